@@ -132,3 +132,11 @@ def test_vectors_for_another_model(tiny_llama_dir, tmp_path):
 def test_no_shipped_vectors_for_unknown_model(tiny_llama_dir):
     with pytest.raises(RoleVecError, match="no vectors are shipped for model.*vectors="):
         RoleVecLM(pretrained=str(tiny_llama_dir), device="cpu", role="chemist", layer=1, alpha=1)
+
+
+def test_loglikelihood_rolling_is_steered(tiny_llama_dir, vecdir):
+    reqs = [Instance("loglikelihood_rolling", {}, (c,), i) for i, c in enumerate(CONTEXTS[:3])]
+    plain = lm(tiny_llama_dir, vecdir).loglikelihood_rolling(reqs)
+    assert lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=0).loglikelihood_rolling(reqs) == plain
+    steered = lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=2.0).loglikelihood_rolling(reqs)
+    assert max(abs(a - b) for a, b in zip(plain, steered)) > 1e-3
