@@ -15,7 +15,7 @@ pip_q -e ".[test]"
 "$VENV/bin/rolevec" model path >/dev/null
 MMLU=${ROLEVEC_MMLU_SRC:-../shared/data/mmlu}
 if [ -d "$MMLU" ]; then
-  "$VENV/bin/rolevec" data mmlu --from "$MMLU" --quiet
+  "$VENV/bin/rolevec" data mmlu --from "$MMLU"
 else
   echo "setup: $MMLU not found; MMLU tasks need a local copy (rolevec data mmlu --from DIR) or internet" >&2
 fi

@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO
 
 
-def run(code: str, *flags: str) -> str:
-    out = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True)
+def run(code: str, *flags: str, cwd=None) -> str:
+    out = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True, cwd=cwd)
     return out.stdout.strip()
 
 
@@ -58,5 +58,5 @@ def test_wheel_install_registers_without_editable_hooks(wheel, tmp_path):
     code = (f"import site, sys; site.addsitedir({str(tmp_path)!r}); sys.path += {site_paths!r}; "
             "from lm_eval.api.registry import get_model; import rolevec_lmeval; "
             "print(get_model('rolevec_hf').__module__, rolevec_lmeval.__file__)")
-    module, location = run(code, "-S").split()
+    module, location = run(code, "-S", cwd=tmp_path).split()  # cwd: keep the checkout off sys.path
     assert module == "rolevec_lmeval.model" and location.startswith(str(tmp_path))
