@@ -63,13 +63,23 @@ def tiny_llama_dir(tmp_path_factory, embedded_dir) -> Path:
     return out
 
 
-def random_vectors(path: Path, role: str, n_layers: int, d_model: int, n_positions: int = 2,
-                   slug: str = "", scale: float = 1.0, seed: int = 0) -> Path:
+def random_vectors(
+    path: Path,
+    role: str,
+    n_layers: int,
+    d_model: int,
+    n_positions: int = 2,
+    slug: str = "",
+    scale: float = 1.0,
+    seed: int = 0,
+) -> Path:
     """Write a role-vector file with random directions (tests only)."""
     from rolevec_lmeval.vectors import RoleVector
 
     g = torch.Generator().manual_seed(seed)
     directions = torch.randn(n_positions, n_layers, d_model, generator=g) * scale
     meta = {"model_slug": slug} if slug else {}
-    vec = RoleVector(role, directions, directions - directions.mean(), [f"t{i}" for i in range(n_positions)], meta)
+    vec = RoleVector(
+        role, directions, directions - directions.mean(), [f"t{i}" for i in range(n_positions)], meta
+    )
     return vec.save(path / f"{role}.safetensors")

@@ -5,20 +5,31 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from conftest import random_vectors
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from conftest import random_vectors
 from rolevec_lmeval import embedded
 from rolevec_lmeval.errors import RoleVecError
 from rolevec_lmeval.model import RoleVecLM
 
 pytestmark = pytest.mark.slow
 
-LL = [Instance("loglikelihood", {}, (c, a), i) for i, (c, a) in enumerate(
-    [("Question: What is H2O?\nAnswer:", " water"), ("The capital of Italy is", " Rome"),
-     ("Which gas do plants absorb? Answer:", " carbon dioxide")])]
-GEN = [Instance("generate_until", {}, ("Write one word about chemistry:", {"until": ["\n"], "max_gen_toks": 6}), 0)]
+LL = [
+    Instance("loglikelihood", {}, (c, a), i)
+    for i, (c, a) in enumerate(
+        [
+            ("Question: What is H2O?\nAnswer:", " water"),
+            ("The capital of Italy is", " Rome"),
+            ("Which gas do plants absorb? Answer:", " carbon dioxide"),
+        ]
+    )
+]
+GEN = [
+    Instance(
+        "generate_until", {}, ("Write one word about chemistry:", {"until": ["\n"], "max_gen_toks": 6}), 0
+    )
+]
 
 
 def test_conversion_is_cached_and_complete(embedded_dir):
@@ -48,7 +59,11 @@ def test_real_model_alpha0_equals_hf_and_steering_applies(embedded_dir, real_vec
     assert zero.loglikelihood(LL) == ref.loglikelihood(LL)
     assert zero.generate_until(GEN) == ref.generate_until(GEN)
     steered = RoleVecLM(vectors=str(real_vectors), role="chemist", layer=12, alpha=8, batch_size=2)
-    diffs = [abs(a - b) for (a, _), (b, _) in zip(steered.loglikelihood(LL), ref.loglikelihood(LL))]
+    diffs = [
+        abs(a - b) for (a, _), (b, _) in zip(steered.loglikelihood(LL), ref.loglikelihood(LL), strict=True)
+    ]
     assert max(diffs) > 1e-2
-    ablated = RoleVecLM(vectors=str(real_vectors), role="chemist", layer=12, intervention="ablate", batch_size=2)
+    ablated = RoleVecLM(
+        vectors=str(real_vectors), role="chemist", layer=12, intervention="ablate", batch_size=2
+    )
     assert ablated.loglikelihood(LL) != ref.loglikelihood(LL)

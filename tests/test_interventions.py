@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import ARCHS, tiny_model
+
 from rolevec_lmeval.errors import RoleVecError
 from rolevec_lmeval.interventions import Steering, find_blocks, residual_writers, steering
 
@@ -42,7 +42,10 @@ def test_addition_at_middle_layer_edits_block_input_exactly(arch):
     model = tiny_model(arch)
     block = find_blocks(model)[2]
     seen = {}
-    capture = lambda name: lambda m, args, kw: seen.__setitem__(name, (args[0] if args else kw["hidden_states"]))  # noqa: E731
+
+    def capture(name):
+        return lambda m, args, kw: seen.__setitem__(name, args[0] if args else kw["hidden_states"])
+
     d = torch.randn(64)
     with torch.no_grad():
         h = block.register_forward_pre_hook(capture("plain"), with_kwargs=True)
@@ -68,11 +71,15 @@ def test_ablation_zeroes_the_direction_everywhere(arch):
     handles = []
     with torch.no_grad(), steering(model, [Steering(d, 1, intervention="ablate")]):
         for block in find_blocks(model):
-            handles.append(block.register_forward_pre_hook(
-                lambda m, a, k: rel_proj(a[0] if a else k["hidden_states"]), with_kwargs=True))
+            handles.append(
+                block.register_forward_pre_hook(
+                    lambda m, a, k: rel_proj(a[0] if a else k["hidden_states"]), with_kwargs=True
+                )
+            )
             for w in residual_writers(block):
-                handles.append(w.register_forward_hook(
-                    lambda m, a, o: rel_proj(o[0] if isinstance(o, tuple) else o)))
+                handles.append(
+                    w.register_forward_hook(lambda m, a, o: rel_proj(o[0] if isinstance(o, tuple) else o))
+                )
         model(IDS)
         for h in handles:
             h.remove()
@@ -87,8 +94,9 @@ def test_add_plus_ablate_sets_component_at_layer():
     block = find_blocks(model)[2]
     seen = []
     with torch.no_grad(), steering(model, [Steering(d, 2, 3.0, "add+ablate")]):
-        h = block.register_forward_pre_hook(lambda m, a, k: seen.append(a[0] if a else k["hidden_states"]),
-                                            with_kwargs=True)
+        h = block.register_forward_pre_hook(
+            lambda m, a, k: seen.append(a[0] if a else k["hidden_states"]), with_kwargs=True
+        )
         model(IDS)
         h.remove()
     proj = seen[0] @ u

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_vectors
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from conftest import random_vectors
 from rolevec_lmeval.errors import RoleVecError
 from rolevec_lmeval.model import RoleVecLM, persona_text
 
-CONTEXTS = ["The capital of France is", "Water boils at", "Q: 2+2=\nA:", "Once upon a time, a small",
-            "The chemical symbol for gold is", "Hello", "In 1492 Columbus", "A list of prime numbers: 2, 3,"]
+CONTEXTS = [
+    "The capital of France is",
+    "Water boils at",
+    "Q: 2+2=\nA:",
+    "Once upon a time, a small",
+    "The chemical symbol for gold is",
+    "Hello",
+    "In 1492 Columbus",
+    "A list of prime numbers: 2, 3,",
+]
 LL = [Instance("loglikelihood", {}, (c, " the answer"), i) for i, c in enumerate(CONTEXTS)]
-GEN = [Instance("generate_until", {}, (c, {"until": ["\n\n"], "max_gen_toks": 8}), i)
-       for i, c in enumerate(CONTEXTS[:4])]
+GEN = [
+    Instance("generate_until", {}, (c, {"until": ["\n\n"], "max_gen_toks": 8}), i)
+    for i, c in enumerate(CONTEXTS[:4])
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +38,9 @@ def vecdir(tmp_path_factory):
 
 def lm(tiny_llama_dir, vecdir, **kw):
     kw.setdefault("batch_size", 1)
-    return RoleVecLM(pretrained=str(tiny_llama_dir), vectors=str(vecdir), device="cpu", strict_model=False, **kw)
+    return RoleVecLM(
+        pretrained=str(tiny_llama_dir), vectors=str(vecdir), device="cpu", strict_model=False, **kw
+    )
 
 
 def test_alpha0_and_no_role_equal_hf_exactly(tiny_llama_dir, vecdir):
@@ -36,16 +48,23 @@ def test_alpha0_and_no_role_equal_hf_exactly(tiny_llama_dir, vecdir):
     expected = ref.loglikelihood(LL)
     assert lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=0).loglikelihood(LL) == expected
     assert lm(tiny_llama_dir, vecdir).loglikelihood(LL) == expected
-    assert ref.generate_until(GEN) == lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=0).generate_until(GEN)
+    assert ref.generate_until(GEN) == lm(
+        tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=0
+    ).generate_until(GEN)
 
 
 def test_steering_changes_loglikelihoods_for_every_intervention(tiny_llama_dir, vecdir):
     plain = [ll for ll, _ in lm(tiny_llama_dir, vecdir).loglikelihood(LL)]
-    for kw in ({"alpha": 2.0}, {"intervention": "ablate"}, {"intervention": "add+ablate", "alpha": 1.0},
-               {"alpha": 2.0, "method": "centered"}, {"alpha": 1.0, "position": 0}):
+    for kw in (
+        {"alpha": 2.0},
+        {"intervention": "ablate"},
+        {"intervention": "add+ablate", "alpha": 1.0},
+        {"alpha": 2.0, "method": "centered"},
+        {"alpha": 1.0, "position": 0},
+    ):
         model = lm(tiny_llama_dir, vecdir, role="chemist", layer=2, **kw)
         steered = [ll for ll, _ in model.loglikelihood(LL)]
-        assert max(abs(a - b) for a, b in zip(plain, steered)) > 1e-3, kw
+        assert max(abs(a - b) for a, b in zip(plain, steered, strict=True)) > 1e-3, kw
         assert sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.model.modules()) == 0
 
 
@@ -59,7 +78,7 @@ def test_roles_joined_with_plus_sum_their_vectors(tiny_llama_dir, vecdir):
 def test_batch_size_does_not_change_results(tiny_llama_dir, vecdir):
     one = lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=2.0, batch_size=1)
     eight = lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=2.0, batch_size=8)
-    for (a, _), (b, _) in zip(one.loglikelihood(LL), eight.loglikelihood(LL)):
+    for (a, _), (b, _) in zip(one.loglikelihood(LL), eight.loglikelihood(LL), strict=True):
         assert abs(a - b) <= 1e-4
     assert one.generate_until(GEN) == eight.generate_until(GEN)
 
@@ -91,7 +110,8 @@ def test_persona_prefixes_contexts(tiny_llama_dir, vecdir):
     assert persona_text("You are a pirate.") == "You are a pirate."
     model = lm(tiny_llama_dir, vecdir, persona="chemist")
     assert model.loglikelihood(LL[:1]) == HFLM(pretrained=str(tiny_llama_dir), device="cpu").loglikelihood(
-        [Instance("loglikelihood", {}, ("You are a chemist.\n\n" + CONTEXTS[0], " the answer"), 0)])
+        [Instance("loglikelihood", {}, ("You are a chemist.\n\n" + CONTEXTS[0], " the answer"), 0)]
+    )
     templated = model.apply_chat_template([{"role": "user", "content": "Hi"}])
     assert "You are a chemist." in templated and templated.count("You are a chemist.") == 1
 
@@ -105,8 +125,10 @@ def test_persona_prefixes_contexts(tiny_llama_dir, vecdir):
         ({"role": "chemist", "layer": 1, "alpha": float("nan")}, r"alpha=nan must be finite"),
         ({"role": "chemist", "layer": 1}, r"alpha is required"),
         ({"role": "chemist", "alpha": 1}, r"layer is required.*valid: 0..3"),
-        ({"role": "chemist", "layer": 1, "alpha": 1, "intervention": "clamp"},
-         r"intervention='clamp' is not valid; valid values: add, ablate, add\+ablate"),
+        (
+            {"role": "chemist", "layer": 1, "alpha": 1, "intervention": "clamp"},
+            r"intervention='clamp' is not valid; valid values: add, ablate, add\+ablate",
+        ),
         ({"role": "chemist", "layer": 1, "alpha": 1, "method": "pca"}, r"method='pca' is not valid"),
     ],
 )
@@ -122,7 +144,9 @@ def test_vectors_for_another_model(tiny_llama_dir, tmp_path):
     other = tmp_path / "other"
     random_vectors(other, "chemist", 4, 64, slug="gemma-3-270m")
     with pytest.raises(RoleVecError, match="made for 'gemma-3-270m'.*strict_model=False"):
-        RoleVecLM(pretrained=str(tiny_llama_dir), vectors=str(other), device="cpu", role="chemist", layer=1, alpha=1)
+        RoleVecLM(
+            pretrained=str(tiny_llama_dir), vectors=str(other), device="cpu", role="chemist", layer=1, alpha=1
+        )
     layers = tmp_path / "layers"
     random_vectors(layers, "chemist", 6, 64)
     with pytest.raises(RoleVecError, match="cover 6 layers but the model has 4"):
@@ -139,4 +163,4 @@ def test_loglikelihood_rolling_is_steered(tiny_llama_dir, vecdir):
     plain = lm(tiny_llama_dir, vecdir).loglikelihood_rolling(reqs)
     assert lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=0).loglikelihood_rolling(reqs) == plain
     steered = lm(tiny_llama_dir, vecdir, role="chemist", layer=1, alpha=2.0).loglikelihood_rolling(reqs)
-    assert max(abs(a - b) for a, b in zip(plain, steered)) > 1e-3
+    assert max(abs(a - b) for a, b in zip(plain, steered, strict=True)) > 1e-3

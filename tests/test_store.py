@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import random_vectors
+
 from rolevec_lmeval.errors import RoleVecError
 from rolevec_lmeval.store import VectorStore, model_slug, shipped_vectors_root
 

@@ -59,8 +59,11 @@ def test_truncated_and_foreign_files_give_one_clear_error(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(RoleVecError, match="not a rolevec file"):
         RoleVector.load(tmp_path / "other.safetensors")
-    save_file({"directions": torch.full((1, 2, 3), float("inf"))}, str(tmp_path / "inf.safetensors"),
-              metadata={"rolevec": json.dumps({"role": "x"})})
+    save_file(
+        {"directions": torch.full((1, 2, 3), float("inf"))},
+        str(tmp_path / "inf.safetensors"),
+        metadata={"rolevec": json.dumps({"role": "x"})},
+    )
     with pytest.raises(RoleVecError, match="inf.safetensors.*NaN or inf"):
         RoleVector.load(tmp_path / "inf.safetensors")
 
