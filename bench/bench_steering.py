@@ -37,16 +37,29 @@ def main() -> None:
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp())
     direction = torch.randn(1, 30, 576) * 0.5
-    RoleVector("bench", direction, meta={"model_slug": "smollm2-135m-instruct"}).save(tmp / "bench.safetensors")
+    RoleVector("bench", direction, meta={"model_slug": "smollm2-135m-instruct"}).save(
+        tmp / "bench.safetensors"
+    )
     # lm-eval's steered model hooks the *output* of a module: output of block l-1 == input of block l.
-    torch.save({f"layers.{args.layer - 1}": {"steering_vector": direction[0, args.layer], "steering_coefficient":
-                args.alpha, "action": "add", "bias": None, "head_index": None}}, tmp / "steer.pt")
+    torch.save(
+        {
+            f"layers.{args.layer - 1}": {
+                "steering_vector": direction[0, args.layer],
+                "steering_coefficient": args.alpha,
+                "action": "add",
+                "bias": None,
+                "head_index": None,
+            }
+        },
+        tmp / "steer.pt",
+    )
     common = {"batch_size": args.batch_size, "device": "cpu"}
     models = {
         "unsteered": RoleVecLM(**common),
         "rolevec_hf": RoleVecLM(role="bench", layer=args.layer, alpha=args.alpha, vectors=str(tmp), **common),
-        "lm-eval steered": SteeredModel(pretrained=str(embedded_model_dir()), steer_path=str(tmp / "steer.pt"),
-                                        **common),
+        "lm-eval steered": SteeredModel(
+            pretrained=str(embedded_model_dir()), steer_path=str(tmp / "steer.pt"), **common
+        ),
     }
     times: dict[str, list[float]] = {k: [] for k in models}
     accs: dict[str, float] = {}
@@ -57,8 +70,10 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
             accs[name] = out["results"][args.task]["acc,none"]
     base = statistics.median(times["unsteered"])
-    print(f"task={args.task} limit={args.limit} batch={args.batch_size} rounds={args.rounds} "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"task={args.task} limit={args.limit} batch={args.batch_size} rounds={args.rounds} "
+        f"threads={torch.get_num_threads()}"
+    )
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:>16}: median {med:7.2f} s  ratio vs unsteered {med / base:5.3f}  acc {accs[name]:.3f}")
