@@ -229,4 +229,8 @@ def test_regenerating_a_shipped_role_matches_the_file(embedded_dir):
                                progress=False)["chemist"]
     assert vec.position_tokens == shipped.position_tokens
     cos = torch.nn.functional.cosine_similarity(vec.directions, shipped.directions, dim=-1)  # [k, n_layers]
-    assert cos.min() >= 0.999, cos.min()
+    # Layer 0 is the token embedding: at the fixed post-instruction tokens role and base means are equal, so
+    # the difference is exactly zero there (cosine undefined); it must be zero in both.
+    zero = shipped.directions.norm(dim=-1) == 0  # [k, n_layers]
+    assert torch.equal(zero, vec.directions.norm(dim=-1) == 0)
+    assert cos[~zero].min() >= 0.999, cos[~zero].min()
