@@ -19,6 +19,11 @@ COMMANDS: dict[str, str] = {
     "extract": "rolevec_lmeval.extract",
     "data": "rolevec_lmeval.mmlu_cache",
     "tasks": "rolevec_lmeval.tasks",
+    "report": "rolevec_lmeval.report",
+    "check": "rolevec_lmeval.check",
+    "sweep": "rolevec_lmeval.sweep",
+    "scope": "rolevec_lmeval.scope",
+    "export": "rolevec_lmeval.export",
 }
 
 
