@@ -58,7 +58,8 @@ def middle_layer_cosines(embedded_dir) -> dict[str, torch.Tensor]:
     tok = AutoTokenizer.from_pretrained(embedded_dir)
     means, names = mean_activations(model, tok, groups, positions=1, layers=middle, progress=False)
     assert names == ours[roles[0]].position_tokens[-1:]
-    base, shift = means.pop("\0base"), means.pop("\0ours") - means["\0base"]  # [1, n_middle, d_model]
+    base = means.pop("\0base")
+    shift = means.pop("\0ours") - base  # [1, n_middle, d_model]
     theirs = torch.stack([means[r] - base for r in roles])[:, 0].float()  # [R, n_middle, d_model]
     mine = torch.stack([ours[r].directions[-1, middle] for r in roles])  # [R, n_middle, d_model]
     cos = torch.nn.functional.cosine_similarity
