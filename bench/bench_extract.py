@@ -6,8 +6,9 @@ end) and a plain ``model(...)`` forward (full model with logits; tokenisation in
 ``--rounds`` rounds, median wall and CPU (process) times compared. Goal: <= 1.10. On a shared machine the
 CPU-time ratio with ``--threads 1`` is the stable one. Also reported: a forward of the decoder stack alone
 (no LM head), for the hook overhead in isolation (extraction stops at the last block's input).
-Memory: peak RSS of a fresh process extracting ``--memory`` prompt counts per side (default 128 and 1024),
-and its growth over the peak of a one-batch extraction; it should not grow with the number of prompts.
+Memory: peak RSS of a fresh process extracting ``--memory`` prompt counts per side (default 128 and 1024;
+the same 128 prompts cycled, so that only the count changes, not the longest batch), and its growth over the
+peak of a one-batch extraction; it should not grow with the number of prompts.
 
     python bench/bench_extract.py --n 128 --batch-size 32 --rounds 3 [--threads 1]
 """
@@ -104,7 +105,7 @@ def memory_child(n: int, batch_size: int) -> None:
     from rolevec_lmeval.extract import extract_role_vectors
 
     model, tok = load_model()
-    role, base = pooled_prompts(n)
+    role, base = ([x[i % len(x)] for i in range(n)] for x in pooled_prompts(128))
     extract_role_vectors(model, tok, {"bench": role[:batch_size]}, base[:1], batch_size=batch_size,
                          progress=False)  # one batch: the allocator's working set
     before = _rss_mib()
