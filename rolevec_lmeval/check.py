@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rolevec_lmeval.errors import RoleVecError
-from rolevec_lmeval.results import Run, find_result_files, load_run
+from rolevec_lmeval.results import Run, add_metric_args, find_result_files, load_run
 
 if TYPE_CHECKING:
     import argparse
@@ -122,9 +122,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--results", required=True, metavar="NEW", help="new results JSON (or --output_path dir)")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="largest tolerated drop in points, metric x100 (default: 1.0)")
-    p.add_argument("--metric", default="acc", help="lm_eval metric (default: acc)")
-    p.add_argument("--filter", dest="filt", default="none", metavar="FILTER",
-                   help="lm_eval filter (default: none)")
+    add_metric_args(p)
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     p.set_defaults(func=run)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rolevec_lmeval.errors import RoleVecError
-from rolevec_lmeval.results import Run, load_runs, roles_index
+from rolevec_lmeval.results import Run, add_metric_args, load_runs, roles_index
 
 if TYPE_CHECKING:
     import argparse
@@ -315,9 +315,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="lm_eval results JSON files or --output_path directories (searched recursively)")
     p.add_argument("-o", "--out", type=Path, default=Path("rolevec-report"), help="output directory")
-    p.add_argument("--metric", default="acc", help="lm_eval metric (default: acc)")
-    p.add_argument("--filter", dest="filt", default="none", metavar="FILTER",
-                   help="lm_eval filter (default: none)")
+    add_metric_args(p)
     p.add_argument("--confidence", type=float, default=0.95, help="CI level (default: 0.95)")
     p.set_defaults(func=run)
 

@@ -272,3 +272,10 @@ def load_run(path: str | os.PathLike) -> Run:
 
 def load_runs(paths: list[str | os.PathLike]) -> list[Run]:
     return [load_run(f) for f in find_result_files(paths)]
+
+
+def add_metric_args(parser) -> None:
+    """``--metric`` / ``--filter``, shared by ``rolevec report`` and ``rolevec check``."""
+    parser.add_argument("--metric", default="acc", help="lm_eval metric (default: acc)")
+    parser.add_argument("--filter", dest="filt", default="none", metavar="FILTER",
+                        help="lm_eval filter (default: none)")
