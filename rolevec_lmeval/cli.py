@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rolevec_lmeval.errors import RoleVecError
@@ -47,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+        return code
     except (RoleVecError, FileNotFoundError, FileExistsError) as exc:
         print(f"rolevec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rolevec tasks | head`: the reader left; exit quietly like other CLI tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
