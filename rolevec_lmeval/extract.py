@@ -224,7 +224,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", default=None, help="dir of <role>.jsonl + base.jsonl (default: shipped sets)")
     p.add_argument("--out", required=True, help="output directory for <role>.safetensors")
     p.add_argument("--n", type=int, default=128, help="prompts per role, seeded sample (default: 128)")
-    p.add_argument("--n-base", type=int, default=None, help="base prompts (default: same as --n)")
+    p.add_argument("--n-base", type=int, default=None,
+                   help="base prompts, seeded sample (default: all; their mean is computed once)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--positions", type=int, default=None,
                    help="keep the last K post-instruction tokens (required without a chat template)")
@@ -251,9 +252,8 @@ def run(args: argparse.Namespace) -> int:
     existing = [str(t) for t in targets if t.exists()]
     if existing and not args.overwrite:
         raise RoleVecError(f"--out: {', '.join(existing)} exist (pass --overwrite to replace them)")
-    n_base = args.n if args.n_base is None else args.n_base
     role_prompts = {r: sample(load_prompt_set(args.prompts, r), args.n, args.seed, r) for r in roles}
-    base = sample(load_prompt_set(args.prompts, BASE), n_base, args.seed, BASE)
+    base = sample(load_prompt_set(args.prompts, BASE), args.n_base, args.seed, BASE)
 
     if args.model is None:
         from rolevec_lmeval.embedded import embedded_model_dir

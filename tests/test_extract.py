@@ -146,7 +146,7 @@ def test_cli_writes_files_refuses_to_overwrite_and_is_deterministic(tiny_llama_d
                 "seed", "tool_version", "recommended_position", "positions"):
         assert key in first.meta, key
     assert first.meta["prompt_set"] == "rolevec"
-    assert first.meta["n_prompts"] == first.meta["n_base_prompts"] == 4
+    assert first.meta["n_prompts"] == 4 and first.meta["n_base_prompts"] == len(load_prompt_set(None, BASE))
     assert cli(tiny_llama_dir, out, "--roles", "chemist", "--positions", "2") == 2
     assert "exist (pass --overwrite" in capsys.readouterr().err
     assert cli(tiny_llama_dir, out, "--roles", "lawyer,chemist", "--positions", "2", "--overwrite") == 0
